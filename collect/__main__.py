@@ -1,0 +1,5 @@
+"""`python -m collect` is the `collect` command."""
+
+from collect.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Dedupe: respondent keys, the one-vote decision, photocopy detection."""
