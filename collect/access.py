@@ -102,7 +102,8 @@ def create_api_key(store: Store, name: str, *, actor: str) -> str:
 
 def api_key_id(store: Store, key: str) -> int | None:
     """The id of a live API key, else None."""
-    with store.engine.connect() as connection:
+    # A read: on SQLite it must not queue for the writer (engine.connect() begins IMMEDIATE).
+    with store.reader.connect() as connection:
         row = connection.execute(
             sa.select(API_KEY.c.id).where(
                 API_KEY.c.key_sha256 == sha256_hex(key), API_KEY.c.revoked_at.is_(None)

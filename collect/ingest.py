@@ -148,6 +148,16 @@ def ingest(store: Store, item: Item) -> Receipt:
     raise AssertionError("unreachable")
 
 
+def ingest_in(connection: Connection, store: Store, item: Item) -> Receipt:
+    """
+    ingest() as one step of a transaction the caller owns, inside a savepoint the caller made
+    (the group writer, collect.store.group_commit): no savepoint of its own. An IntegrityError
+    (on PostgreSQL, a race lost to another writer) goes to the caller, which rolls back to its
+    savepoint and runs the step again; the next round then finds the winner.
+    """
+    return _ingest_one(connection, store, item)
+
+
 def ingest_batch(store: Store, items: Iterable[Item]) -> list[Receipt]:
     """
     Take many items in one transaction (an import batch): all of them or none.

@@ -37,7 +37,7 @@ class CampaignLocked(Exception):
 
 
 def load_campaign(store: Store, connection: Connection, code: str) -> LoadedCampaign | None:
-    key = (id(store), code)
+    key = (id(store.root), code)  # one cache entry whatever transaction it is read in
     hit = _cache.get(key)
     if hit is not None and time.monotonic() - hit[0] < _CACHE_SECONDS:
         return hit[1]

@@ -87,6 +87,11 @@ class Store:
         """
         return self.engine.execution_options(sqlite_read_only=True)
 
+    @property
+    def root(self) -> Store:
+        """The store itself (inside a caller's transaction: the store that transaction is on)."""
+        return self
+
     def in_transaction(self, connection: Connection) -> Store:
         """This store as seen inside `connection`'s transaction (see StoreInTransaction)."""
         return cast(Store, StoreInTransaction(self, connection))
@@ -137,6 +142,16 @@ class StoreInTransaction:
 
     def writing(self) -> AbstractContextManager[object]:
         return nullcontext()
+
+    @property
+    def root(self) -> Store:
+        return self._store
+
+    @property
+    def reader(self) -> _SavepointEngine:
+        # Reads inside the caller's transaction see its own uncommitted writes (a redelivery
+        # in the same batch must find the first delivery).
+        return self.engine
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)

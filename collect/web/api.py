@@ -28,7 +28,9 @@ from collect.access import api_key_id
 from collect.ballot import Receipt
 from collect.channels.api import ApiAdapter, ApiBallotRequest, campaign_of, envelope_problems
 from collect.dedupe.keys import sha256_hex
-from collect.ingest import Item, as_utc, ingest
+from collect.ingest import Item, as_utc, ingest_in, ingest_stream
+from collect.store import Store
+from collect.store.group_commit import Together
 from collect.web import idempotency
 from collect.web.context import WebContext, web
 from collect.web.errors import api_error
@@ -130,7 +132,9 @@ async def post_ballot(request: Request) -> Response:
     # everything that touches the database then runs in one worker-thread call: one hop per
     # ballot instead of three, and on SQLite one queue for the one writer.
     ready = await _prepare(ctx, key_id, body)
-    status, text, replayed = await ctx.write(_execute, ctx, key_id, idempotency_key, body_sha, ready)
+    status, text, replayed = await ctx.commit_together(
+        _TOGETHER, _execute, key_id, idempotency_key, body_sha, ready
+    )
     headers = {"Idempotent-Replayed": "true"} if replayed else None
     return Response(text, status_code=status, media_type=_JSON, headers=headers)
 
@@ -173,30 +177,93 @@ async def _prepare(ctx: WebContext, key_id: int, body: bytes) -> _Answer | tuple
 
 
 def _execute(
-    ctx: WebContext,
+    store: Store,
     key_id: int,
     idempotency_key: str | None,
     body_sha: str,
     ready: _Answer | tuple[Item, str],
 ) -> tuple[int, str, bool]:
-    """In a worker thread: replay a kept response, or ingest and keep the response."""
-    if idempotency_key is not None:
-        stored = idempotency.find(ctx.store, key_id, idempotency_key)
-        if stored is not None:
-            return _replayed(stored, body_sha)
-    if isinstance(ready, _Answer):
-        status, payload = ready.status, ready.payload
-    else:
-        item, code = ready
-        status, payload = _receipt_response(ingest(ctx.store, item), code)
-    text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
-    if idempotency_key is not None:
-        kept = idempotency.remember(
-            ctx.store, key_id, idempotency_key, idempotency.StoredResponse(body_sha, status, text)
-        )
-        if kept.body != text or kept.body_sha256 != body_sha:
-            return _replayed(kept, body_sha)  # a concurrent request with this key got there first
+    """
+    On a writer thread, as one step of a group commit: replay a kept response, or ingest and
+    keep the response. All on the step's own connection and savepoint; a race lost on
+    PostgreSQL raises IntegrityError and the writer runs the step again.
+    """
+    with store.engine.connect() as connection:
+        if idempotency_key is not None:
+            stored = idempotency.find(connection, key_id, idempotency_key)
+            if stored is not None:
+                return _replayed(stored, body_sha)
+        if isinstance(ready, _Answer):
+            status, payload = ready.status, ready.payload
+        else:
+            item, code = ready
+            status, payload = _receipt_response(ingest_in(connection, store, item), code)
+        text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+        if idempotency_key is not None:
+            idempotency.keep(
+                connection, key_id, idempotency_key, idempotency.StoredResponse(body_sha, status, text)
+            )
     return status, text, False
+
+
+_Call = tuple[int, str | None, str, "_Answer | tuple[Item, str]"]
+
+
+def _execute_many(store: Store, calls: list[_Call]) -> list[tuple[int, str, bool]]:
+    """
+    _execute() for many waiting requests at once: one lookup of their Idempotency-Keys, one
+    ingest_stream() of their ballots, one insert of their kept responses. The answers are
+    those _execute() would give one by one in the same order (ingest_stream is proven equal
+    to ingest_batch); anything unusual raises and the group writer runs them one by one.
+    """
+    keys = [(key_id, key) for key_id, key, _sha, _ready in calls if key is not None]
+    if len(set(keys)) != len(keys):
+        raise _OneByOne("an Idempotency-Key twice in one batch: the second must replay the first")
+    with store.engine.connect() as connection:
+        kept_before = idempotency.find_many(connection, keys)
+        answers: list[tuple[int, str, bool] | None] = [None] * len(calls)
+        payloads: dict[int, tuple[int, dict[str, object]]] = {}
+        waiting: dict[int, tuple[int, str]] = {}  # id(item) → (call index, campaign code)
+        items: list[Item] = []
+        for index, (key_id, key, body_sha, ready) in enumerate(calls):
+            stored = kept_before.get((key_id, key)) if key is not None else None
+            if stored is not None:
+                answers[index] = _replayed(stored, body_sha)
+            elif isinstance(ready, _Answer):
+                payloads[index] = (ready.status, ready.payload)
+            else:
+                item, code = ready
+                waiting[id(item)] = (index, code)
+                items.append(item)
+
+        def receipt_in(item: Item, receipt: Receipt) -> None:
+            index, code = waiting[id(item)]
+            payloads[index] = _receipt_response(receipt, code)
+
+        ingest_stream(store, items, receipt_in, connection=connection)
+        kept: list[tuple[int, str, idempotency.StoredResponse]] = []
+        for index, (status, payload) in payloads.items():
+            key_id, key, body_sha, _ready = calls[index]
+            text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+            answers[index] = (status, text, False)
+            if key is not None:
+                kept.append((key_id, key, idempotency.StoredResponse(body_sha, status, text)))
+        idempotency.keep_many(connection, kept)
+    if any(answer is None for answer in answers):
+        raise _OneByOne("a request got no answer")
+    return [answer for answer in answers if answer is not None]
+
+
+class _OneByOne(Exception):
+    """Internal: these requests cannot be written together; the group writer takes them singly."""
+
+
+def _call_key(call: _Call) -> tuple[int, str] | None:
+    key_id, key, _sha, _ready = call
+    return None if key is None else (key_id, key)
+
+
+_TOGETHER = Together("api ballots", _execute_many, key=_call_key)
 
 
 def _replayed(stored: idempotency.StoredResponse, body_sha: str) -> tuple[int, str, bool]:

@@ -28,6 +28,7 @@ from starlette.routing import Mount
 
 from collect.settings import Settings
 from collect.store import Store
+from collect.store.group_commit import GroupWriter
 from collect.web import admin, api, ballot, health, sms, window
 from collect.web.context import TEMPLATES, WebContext, utc_now
 from collect.web.errors import http_exception, server_error
@@ -40,6 +41,8 @@ SESSION_COOKIE = "collect_session"
 SESSION_MAX_AGE = 8 * 3600  # one working day; then sign in again
 # Concurrent database writers on PostgreSQL; SQLite gets one (it has one writer anyway).
 PG_WRITERS = 10
+# Group-commit writer threads on PostgreSQL (each commits batches; see group_commit.py).
+PG_BATCH_WRITERS = 4
 
 
 def create_app(
@@ -79,10 +82,19 @@ def create_app(
             context.store_ = Store(settings)
         writers = 1 if context.store.settings.is_sqlite else PG_WRITERS
         context.writes = anyio.CapacityLimiter(writers)
+        # A second lifespan of the same app (two test clients at once) shares the first's writer.
+        own_writer = context.writer is None
+        if own_writer:
+            context.writer = GroupWriter(
+                context.store, threads=1 if context.store.settings.is_sqlite else PG_BATCH_WRITERS
+            )
         app.state.store = context.store
         try:
             yield
         finally:
+            if own_writer and context.writer is not None:
+                context.writer.close()
+                context.writer = None
             if owned and context.store_ is not None:
                 context.store_.dispose()
                 context.store_ = None

@@ -152,7 +152,7 @@ async def _post(request: Request) -> Response:
     item = next(WebBallotAdapter().parse(raw, ballot.spec))
     # Everything that passed the CSRF check is kept, even past the close: a late ballot is
     # evidence too, and reports count it as rejected with its reason.
-    receipt = await ctx.write(ingest, ctx.store, item)
+    receipt = await ctx.commit(ingest, item)
     if state != "open":
         return _state_page(page, ballot, state)
     codes = {p.code for p in receipt.problems}

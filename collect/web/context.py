@@ -24,6 +24,7 @@ from starlette.templating import Jinja2Templates
 from collect.settings import Settings
 from collect.store import Store
 from collect.store.campaigns import LoadedCampaign, load_campaign
+from collect.store.group_commit import GroupWriter, Together
 from collect.web.i18n import LANG_COOKIE, chosen_lang
 from collect.web.ratelimit import FailureLimiter, TokenBucket
 from collect.web.security import Csrf
@@ -65,6 +66,7 @@ class WebContext:
     store_: Store | None = None
     owns_store: bool = False
     writes: anyio.CapacityLimiter | None = None
+    writer: GroupWriter | None = None
     api_keys: dict[str, tuple[float, int]] = field(default_factory=dict)
     campaigns: dict[str, tuple[float, LoadedCampaign]] = field(default_factory=dict)
 
@@ -85,6 +87,23 @@ class WebContext:
         than threads polling the file lock through busy_timeout.
         """
         return await anyio.to_thread.run_sync(func, *args, limiter=self.writes)
+
+    async def commit(self, func: Callable[..., T], *args: Any) -> T:
+        """
+        Run `func(store, *args)` on a writer thread, committed together with the other
+        requests waiting to write (see collect.store.group_commit). `store` is the store inside
+        that shared transaction: `func` must do all its database work through it, and must not
+        wait on anything outside the database (the batch holds the write lock meanwhile).
+        """
+        if self.writer is None:
+            raise RuntimeError("the app's writer is started by its lifespan: use `with TestClient(app)`")
+        return await self.writer.run(lambda store: func(store, *args))
+
+    async def commit_together(self, together: Together, func: Callable[..., T], *args: Any) -> T:
+        """commit(), and when others of `together`'s kind wait too, all of them set-based."""
+        if self.writer is None:
+            raise RuntimeError("the app's writer is started by its lifespan: use `with TestClient(app)`")
+        return await self.writer.run(lambda store: func(store, *args), together=together, payload=args)
 
     async def campaign(self, code: str) -> LoadedCampaign | None:
         """A campaign's spec, cached for a few seconds (as ingest caches it)."""

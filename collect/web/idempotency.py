@@ -1,6 +1,10 @@
 """
 `Idempotency-Key` for the JSON API: the first response to (API key, Idempotency-Key) is kept;
 a retry with the same body gets it again, a reuse with another body gets 409.
+
+Both functions run on the connection of the ballot's own transaction, so the kept response
+commits with the ballot or not at all: a crash between the two cannot leave a ballot whose
+retry would be ingested again under a response nobody kept.
 """
 
 from __future__ import annotations
@@ -8,11 +12,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
-from collect.store import Store
 from collect.store.tables import IDEMPOTENCY, utcnow
 
 KEY_MAX = 255
+
+_FIND = sa.select(IDEMPOTENCY.c.body_sha256, IDEMPOTENCY.c.status_code, IDEMPOTENCY.c.response_body).where(
+    IDEMPOTENCY.c.api_key_id == sa.bindparam("api_key_id"), IDEMPOTENCY.c.key == sa.bindparam("key")
+)
+_KEEP = sa.insert(IDEMPOTENCY)
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,37 +31,65 @@ class StoredResponse:
     body: str
 
 
-def find(store: Store, api_key_id: int, key: str) -> StoredResponse | None:
-    with store.reader.connect() as connection:
-        row = connection.execute(
-            sa.select(
-                IDEMPOTENCY.c.body_sha256, IDEMPOTENCY.c.status_code, IDEMPOTENCY.c.response_body
-            ).where(IDEMPOTENCY.c.api_key_id == api_key_id, IDEMPOTENCY.c.key == key)
-        ).first()
+def find(connection: Connection, api_key_id: int, key: str) -> StoredResponse | None:
+    row = connection.execute(_FIND, {"api_key_id": api_key_id, "key": key}).first()
     return None if row is None else StoredResponse(row.body_sha256, row.status_code, row.response_body)
 
 
-def remember(store: Store, api_key_id: int, key: str, response: StoredResponse) -> StoredResponse:
+def find_many(connection: Connection, keys: list[tuple[int, str]]) -> dict[tuple[int, str], StoredResponse]:
+    """The kept responses of many (API key, Idempotency-Key) pairs, in one query."""
+    if not keys:
+        return {}
+    rows = connection.execute(
+        sa.select(
+            IDEMPOTENCY.c.api_key_id,
+            IDEMPOTENCY.c.key,
+            IDEMPOTENCY.c.body_sha256,
+            IDEMPOTENCY.c.status_code,
+            IDEMPOTENCY.c.response_body,
+        ).where(sa.tuple_(IDEMPOTENCY.c.api_key_id, IDEMPOTENCY.c.key).in_(keys))
+    )
+    return {
+        (row.api_key_id, row.key): StoredResponse(row.body_sha256, row.status_code, row.response_body)
+        for row in rows
+    }
+
+
+def keep(connection: Connection, api_key_id: int, key: str, response: StoredResponse) -> None:
     """
-    Keep a response; when a concurrent request with the same key got there first, return
-    what it kept instead, so both callers see one answer.
+    Keep a response. A concurrent request with the same key that committed first makes this
+    raise IntegrityError (uq_idempotency_key): the caller rolls back and runs again, and then
+    find() returns the winner's response, so both callers see one answer.
     """
-    try:
-        with store.engine.begin() as connection:
-            connection.execute(
-                sa.insert(IDEMPOTENCY).values(
-                    api_key_id=api_key_id,
-                    key=key,
-                    body_sha256=response.body_sha256,
-                    status_code=response.status_code,
-                    response_body=response.body,
-                    created_at=utcnow(),
-                )
-            )
-    except sa.exc.IntegrityError:
-        # uq_idempotency_key: the other request won; its response is the response.
-        winner = find(store, api_key_id, key)
-        if winner is None:
-            raise
-        return winner
-    return response
+    connection.execute(
+        _KEEP,
+        {
+            "api_key_id": api_key_id,
+            "key": key,
+            "body_sha256": response.body_sha256,
+            "status_code": response.status_code,
+            "response_body": response.body,
+            "created_at": utcnow(),
+        },
+    )
+
+
+def keep_many(connection: Connection, kept: list[tuple[int, str, StoredResponse]]) -> None:
+    """keep() for many responses in one statement (same IntegrityError on a lost race)."""
+    if not kept:
+        return
+    now = utcnow()
+    connection.execute(
+        _KEEP,
+        [
+            {
+                "api_key_id": api_key_id,
+                "key": key,
+                "body_sha256": response.body_sha256,
+                "status_code": response.status_code,
+                "response_body": response.body,
+                "created_at": now,
+            }
+            for api_key_id, key, response in kept
+        ],
+    )

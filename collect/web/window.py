@@ -60,7 +60,7 @@ from collect.channels.window import (
 )
 from collect.dedupe.keys import keyed_hash
 from collect.dedupe.review import Finding, file_findings
-from collect.ingest import Item, as_utc, ingest
+from collect.ingest import Item, as_utc, ingest_in
 from collect.phones import normalise_phone
 from collect.store import Store
 from collect.store.campaigns import LoadedCampaign, load_campaign
@@ -387,53 +387,66 @@ _INSERT_RATING = sa.insert(WINDOW_RATING)
 
 def take(store: Store, spec: CampaignSpec, item: Item, raw: WindowForm, facts: RatingFacts) -> Taken:
     """
-    ingest() the item, then, for the ratings the channel watches (a poster's top rating, which
-    the burst rule counts; a flagged one; a low one, which opens a case), one more short
-    transaction: log it, file burst findings, open the case. Runs in a worker thread.
+    ingest the item, then, for the ratings the channel watches (a poster's top rating, which
+    the burst rule counts; a flagged one; a low one, which opens a case): log it, file burst
+    findings, open the case. One step of a group commit (WebContext.commit): all of it in the
+    step's savepoint, so the rating and its case commit together.
     """
-    receipt = ingest(store, item)
+    with store.engine.connect() as connection:
+        return _take(connection, store, spec, item, raw, facts)
+
+
+def _ingest(store: Store, item: Item) -> Receipt:
+    """A rating the page refuses (outside hours, a bad form): kept with its reason all the same."""
+    with store.engine.connect() as connection:
+        return ingest_in(connection, store, item)
+
+
+def _take(
+    connection: Connection, store: Store, spec: CampaignSpec, item: Item, raw: WindowForm, facts: RatingFacts
+) -> Taken:
+    receipt = ingest_in(connection, store, item)
     if receipt.outcome in ("rejected", "conflict") or not isinstance(item, BallotSubmission):
         return Taken(receipt, None, None)
     unit_status = receipt.units[0].status if receipt.units else None
     watched = facts.low is not None or raw.flag is not None or (facts.top and raw.via == "poster")
     if not watched:
-        # Most ratings: nothing more to write, so the second transaction is not paid for.
+        # Most ratings: nothing more to write.
         return Taken(receipt, unit_status, None)
-    with store.writing(), store.engine.begin() as connection:
-        ballot = connection.execute(
-            sa.select(BALLOT.c.id, BALLOT.c.status).where(BALLOT.c.submission_id == receipt.submission_id)
-        ).first()
-        if ballot is None:
-            return Taken(receipt, unit_status, None)
-        if receipt.outcome == "already_received":
-            # A double tap: the same page again, with the case the first one opened.
-            case_id = connection.execute(
-                sa.select(WINDOW_CASE.c.id).where(WINDOW_CASE.c.ballot_id == ballot.id)
-            ).scalar_one_or_none()
-            return Taken(receipt, ballot.status, case_id)
-        flagged = raw.flag is not None
-        connection.execute(
-            _INSERT_RATING,
-            {
-                "campaign_id": facts.campaign_id,
-                "submission_id": receipt.submission_id,
-                "ballot_id": ballot.id,
-                "unit_code": raw.unit,
-                "window_code": raw.window,
-                "poster_id": facts.poster_id,
-                "via": raw.via,
-                "top": facts.top,
-                "low": facts.low is not None,
-                "network_key": facts.network,
-                "flagged": flagged,
-                "rated_at": raw.received_at,
-            },
-        )
-        if flagged:
-            _file_burst(connection, facts, raw)
-        case_id = None
-        if facts.low is not None and ballot.status in ("counted", "pending_review"):
-            case_id = _open_case(connection, spec, facts, raw, item, int(ballot.id))
+    ballot = connection.execute(
+        sa.select(BALLOT.c.id, BALLOT.c.status).where(BALLOT.c.submission_id == receipt.submission_id)
+    ).first()
+    if ballot is None:
+        return Taken(receipt, unit_status, None)
+    if receipt.outcome == "already_received":
+        # A double tap: the same page again, with the case the first one opened.
+        case_id = connection.execute(
+            sa.select(WINDOW_CASE.c.id).where(WINDOW_CASE.c.ballot_id == ballot.id)
+        ).scalar_one_or_none()
+        return Taken(receipt, ballot.status, case_id)
+    flagged = raw.flag is not None
+    connection.execute(
+        _INSERT_RATING,
+        {
+            "campaign_id": facts.campaign_id,
+            "submission_id": receipt.submission_id,
+            "ballot_id": ballot.id,
+            "unit_code": raw.unit,
+            "window_code": raw.window,
+            "poster_id": facts.poster_id,
+            "via": raw.via,
+            "top": facts.top,
+            "low": facts.low is not None,
+            "network_key": facts.network,
+            "flagged": flagged,
+            "rated_at": raw.received_at,
+        },
+    )
+    if flagged:
+        _file_burst(connection, facts, raw)
+    case_id = None
+    if facts.low is not None and ballot.status in ("counted", "pending_review"):
+        case_id = _open_case(connection, spec, facts, raw, item, int(ballot.id))
     return Taken(receipt, ballot.status, case_id)
 
 
@@ -976,7 +989,7 @@ async def _post(
             item: Item = rejection(spec, raw, "outside_service_hours", f"outside service hours {shown}")
         else:
             item = next(WindowAdapter().parse(raw, spec))
-        await ctx.write(ingest, ctx.store, item)
+        await ctx.commit(_ingest, item)
         return _message(page, problem, where, hours=hours.text() if hours else "")
     if via == "poster" and top:
         since = received_at - timedelta(seconds=st.config.burst_seconds)
@@ -986,7 +999,7 @@ async def _post(
         if recent + 1 >= st.config.burst_count:
             raw = replace(raw, flag=BURST_REASON)
     item = next(WindowAdapter().parse(raw, spec))
-    taken = await ctx.write(take, ctx.store, spec, item, raw, facts)
+    taken = await ctx.commit(take, spec, item, raw, facts)
     receipt = taken.receipt
     if receipt.outcome == "conflict":
         return _message(page, "conflict", where)

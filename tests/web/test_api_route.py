@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
+import sqlalchemy as sa
 from asgi_lifespan import LifespanManager
 from starlette.testclient import TestClient
 
 from collect.campaign import CampaignSpec
 from collect.settings import Settings
 from collect.store import Store
+from collect.store.group_commit import GroupWriter
 from collect.web.app import create_app
 from collect.web.ratelimit import TokenBucket
 from tests.conftest import TEST_SECRET, count
@@ -236,3 +239,113 @@ def test_readyz_is_503_when_the_database_is_unreachable(tmp_path: Path) -> None:
         ready = client.get("/readyz")
     assert ready.status_code == 503
     assert ready.json()["error"] == "database_unreachable"
+
+
+TICKET_ORDER = (3, 1, 4, 0, 5, 2)  # dup-n is answered at 09:1n
+
+
+async def test_concurrent_ballots_written_together_answer_as_one_by_one(
+    store: Store, branch_spec: CampaignSpec, tmp_path: Path
+) -> None:
+    """
+    A burst of API ballots that the group writer takes in one batch (parked behind a gate so
+    the batch is certain): new ballots, one ticket rated by many devices, a device resending
+    with its Idempotency-Key, and bad bodies. Every answer is the one a lone request gets.
+    """
+    env = make_env(store, variant(branch_spec, open_tier=True), tmp_path)
+    keys = [api_key(env.store, f"d{n}") for n in range(4)]
+    fresh = [body(env, f"new-{n}") for n in range(40)]
+    # One ticket rated from six devices, answered at different minutes: the earliest counts.
+    same_ticket = [
+        body(env, f"dup-{n}", transaction="ticket-shared", answered_at=f"2026-09-01T09:{10 + n:02d}:00+08:00")
+        for n in TICKET_ORDER
+    ]
+    resent = [body(env, f"resent-{n}") for n in range(10)]
+    requests: list[tuple[dict[str, str], bytes]] = []
+    requests += [(auth(keys[n % 4], f"new-{n}"), json.dumps(b).encode()) for n, b in enumerate(fresh)]
+    requests += [(auth(keys[n % 4], f"dup-{n}"), json.dumps(b).encode()) for n, b in enumerate(same_ticket)]
+    for n, b in enumerate(resent):  # the same request twice in the same burst
+        requests += [(auth(keys[0], f"resent-{n}"), json.dumps(b).encode())] * 2
+    requests.append((auth(keys[1], "broken"), b"{not json"))
+    bad_level = body(env, "bad-level", answers=[{"unit": "S01", "level": "ecstatic"}])
+    requests.append((auth(keys[2], "bad-level"), json.dumps(bad_level).encode()))
+
+    gate_entered, gate_open = asyncio.Event(), asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def gate(_store: Store) -> None:
+        loop.call_soon_threadsafe(gate_entered.set)
+        asyncio.run_coroutine_threadsafe(gate_open.wait(), loop).result(30)
+
+    async with LifespanManager(env.app) as manager:
+        # One writer thread (PostgreSQL gets several), so the whole burst is one batch whatever
+        # the database; several threads racing are tests/store/test_race.py's business.
+        env.app.state.web.writer.close()
+        writer = env.app.state.web.writer = GroupWriter(env.store, threads=1)
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="https://testserver") as client:
+            parked = asyncio.ensure_future(writer.run(gate))
+            await gate_entered.wait()
+            sent = [
+                asyncio.ensure_future(
+                    client.post(URL, content=content, headers={**headers, "Content-Type": "application/json"})
+                )
+                for headers, content in requests
+            ]
+            for _tick in range(300):  # until every request has reached the writer's queue
+                if writer.waiting() == len(requests):
+                    break
+                await asyncio.sleep(0.02)
+            assert writer.waiting() == len(requests)
+            gate_open.set()
+            await parked
+            answers = await asyncio.gather(*sent)
+        stats = writer.stats
+
+    # The gate, then the whole burst; a resent request starts a new run of its batch (it must
+    # see its first delivery's response), so nothing fell back to one by one. (A run can end
+    # up one request long: that one is written alone.)
+    assert stats.batches == 2
+    assert stats.one_by_one == 0
+    assert stats.together + stats.alone == len(requests) + 1  # and the gate
+    assert stats.together > len(requests) // 2
+    fresh_answers = answers[:40]
+    assert {a.status_code for a in fresh_answers} == {201}
+    assert {a.json()["outcome"] for a in fresh_answers} == {"counted"}
+    ticket_answers = answers[40:46]
+    # As one by one: each answer is the decision at its arrival (the order the writer took
+    # them, which the submission ids record): a rating counts, displacing the counted one, when
+    # it is earlier than every rating before it. Minute 10 (dup-0) counts in the end.
+    minutes = {f"dup-{n}": 10 + n for n in range(6)}
+    with env.store.engine.connect() as connection:
+        arrival = connection.execute(
+            sa.text("SELECT external_id FROM submission WHERE external_id LIKE :refs ORDER BY id"),
+            {"refs": "%:dup-%"},
+        ).scalars()
+        earliest, expected = 99, {}
+        for external_id in arrival:
+            ref = external_id.partition(":")[2]  # the API files refs under their key: key7:dup-3
+            expected[ref] = "counted" if minutes[ref] < earliest else "not_counted"
+            earliest = min(earliest, minutes[ref])
+    sent_refs = [f"dup-{n}" for n in TICKET_ORDER]
+    assert {ref: a.json()["outcome"] for ref, a in zip(sent_refs, ticket_answers, strict=True)} == expected
+    pairs = answers[46:66]
+    for first, again in zip(pairs[0::2], pairs[1::2], strict=True):
+        assert first.status_code == again.status_code == 201
+        replayed = [a.headers.get("idempotent-replayed") for a in (first, again)]
+        assert sorted(replayed, key=str) == [None, "true"]  # whichever reached the writer second
+        assert again.json() == first.json()
+    assert answers[66].status_code == 400
+    assert answers[67].status_code == 422
+    assert answers[67].json()["errors"][0]["field"].startswith("answers")
+    # The store holds exactly what one-by-one requests would have left.
+    assert count(env.store, "SELECT count(*) FROM submission WHERE status = 'accepted'") == 40 + 6 + 10
+    assert count(env.store, "SELECT count(*) FROM ballot WHERE status = 'counted'") == 2 * 40 + 2 * 10 + 2
+    counted_ticket = count(
+        env.store,
+        "SELECT count(*) FROM ballot b JOIN submission s ON s.id = b.submission_id "
+        "WHERE s.external_id LIKE :ref AND b.status = 'counted'",
+        ref="%:dup-0",
+    )
+    assert counted_ticket == 2
+    assert count(env.store, "SELECT count(*) FROM idempotency_record") == 40 + 6 + 10 + 2
