@@ -17,8 +17,14 @@ What it must never do, and how it doesn't:
   was stored, so each request is run again alone, in its own transaction, and gets its own
   answer or error.
 
-On SQLite there is one writer thread (the file has one writer anyway); on PostgreSQL several,
-each with its own batches.
+`GroupWriter.for_store` picks the shape per database:
+- SQLite: one writer thread, batches of up to MAX_BATCH. The file has one writer anyway, so
+  batching is pure gain.
+- PostgreSQL: PG_WRITERS threads, one request per transaction. PostgreSQL groups concurrent
+  commits' log flushes itself, and a batch transaction would hold every slot lock
+  (ingest._lock_slot) it took until the batch commits: two batches taking slots in different
+  orders deadlock (tests/store/test_group_commit.py found it with four threads). One request
+  per transaction takes a voter's slots in one sorted order and holds nothing else.
 """
 
 from __future__ import annotations
@@ -43,7 +49,11 @@ T = TypeVar("T")
 Work = Callable[[Store], Any]
 
 MAX_BATCH = 128  # bounds how long one batch holds the write lock (a few tens of ms)
+PG_WRITERS = 10  # concurrent writer threads (transactions) per process on PostgreSQL
 RACE_ROUNDS = 5
+# PostgreSQL's "try again" errors: deadlock_detected, serialization_failure. Its docs advise
+# retrying them; a step's savepoint rollback releases the locks it took.
+_RETRY_SQLSTATES = frozenset({"40P01", "40001"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +141,13 @@ class GroupWriter:
         # Not shielded on purpose: a caller that goes away stops waiting, but its work is
         # already queued and commits all the same (a device retry then gets the replay).
         return await future
+
+    @classmethod
+    def for_store(cls, store: Store) -> GroupWriter:
+        """The writer shaped for the store's database (see the module's docstring)."""
+        if store.settings.is_sqlite:
+            return cls(store, threads=1, max_batch=MAX_BATCH)
+        return cls(store, threads=PG_WRITERS, max_batch=1)
 
     def waiting(self) -> int:
         """Requests queued and not yet taken into a batch."""
@@ -247,13 +264,15 @@ def _step(connection: Connection, store: Store, job: _Job) -> _Outcome:
     writer outside this batch (another thread or worker on PostgreSQL): roll back to the
     savepoint and run the step again, when it finds what the winner wrote.
     """
-    lost: sa.exc.IntegrityError | None = None
+    lost: sa.exc.DBAPIError | None = None
     for _round in range(RACE_ROUNDS):
         savepoint = connection.begin_nested()
         try:
             value = job.work(store)
-        except sa.exc.IntegrityError as exc:
+        except sa.exc.DBAPIError as exc:
             savepoint.rollback()
+            if not _lost_race(exc):
+                return _Outcome(error=exc)
             lost = exc
             continue
         except Exception as exc:
@@ -262,6 +281,13 @@ def _step(connection: Connection, store: Store, job: _Job) -> _Outcome:
         savepoint.commit()
         return _Outcome(value=value)
     return _Outcome(error=lost)
+
+
+def _lost_race(exc: sa.exc.DBAPIError) -> bool:
+    """A race lost to another writer, which running the step again resolves."""
+    if isinstance(exc, sa.exc.IntegrityError):
+        return True
+    return getattr(exc.orig, "sqlstate", None) in _RETRY_SQLSTATES
 
 
 def _deliver(job: _Job, outcome: _Outcome) -> None:

@@ -41,8 +41,6 @@ SESSION_COOKIE = "collect_session"
 SESSION_MAX_AGE = 8 * 3600  # one working day; then sign in again
 # Concurrent database writers on PostgreSQL; SQLite gets one (it has one writer anyway).
 PG_WRITERS = 10
-# Group-commit writer threads on PostgreSQL (each commits batches; see group_commit.py).
-PG_BATCH_WRITERS = 4
 
 
 def create_app(
@@ -85,9 +83,7 @@ def create_app(
         # A second lifespan of the same app (two test clients at once) shares the first's writer.
         own_writer = context.writer is None
         if own_writer:
-            context.writer = GroupWriter(
-                context.store, threads=1 if context.store.settings.is_sqlite else PG_BATCH_WRITERS
-            )
+            context.writer = GroupWriter.for_store(context.store)
         app.state.store = context.store
         try:
             yield

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import random
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -19,10 +20,14 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from collect.ballot import BallotSubmission, Identity, Receipt
+from collect.campaign import CampaignSpec
+from collect.ingest import ingest_in, ingest_stream
 from collect.store import Store
 from collect.store.group_commit import GroupWriter, Together
 from collect.store.tables import AUDIT, utcnow
 from tests.conftest import count
+from tests.store.factories import add_respondent, at, ballot, campaign_spec, save
 
 
 def _note(store: Store, target: str) -> str:
@@ -167,3 +172,66 @@ async def test_close_finishes_what_is_queued(store: Store) -> None:
     assert await asyncio.gather(*pending) == [f"late-{n}" for n in range(5)]
     with pytest.raises(RuntimeError, match="closed"):
         await group.run(lambda s: _note(s, "after"))
+
+
+def _ingest_alone(store: Store, item: BallotSubmission) -> Receipt:
+    with store.engine.connect() as connection:
+        return ingest_in(connection, store, item)
+
+
+def _ingest_together(store: Store, items: list[BallotSubmission]) -> list[Receipt]:
+    receipts: list[Receipt] = []
+    with store.engine.connect() as connection:
+        ingest_stream(store, items, lambda _item, receipt: receipts.append(receipt), connection=connection)
+    return receipts
+
+
+@pytest.mark.slow
+async def test_the_writer_keeps_one_vote(branch_store: Store, branch_spec: CampaignSpec) -> None:
+    """
+    The writer as the app shapes it, requests written together or alone: one person's ballots
+    for one unit still leave exactly one counted, the earliest, every round. On PostgreSQL ten
+    threads race each other (one request per transaction: batches of several deadlocked here
+    on slot locks); on SQLite one thread writes batches.
+    """
+    spec = campaign_spec(branch_spec, policy="first_counts")
+    campaign_id = save(branch_store, spec)
+    kind = Together("ballots", _ingest_together)
+    group = GroupWriter.for_store(branch_store)
+    rng = random.Random(20261124)
+    try:
+        for round_no in range(8):
+            add_respondent(branch_store, spec, f"R{round_no}", "leaders")
+            minutes = rng.sample(range(500), 40)
+            items = [
+                ballot(spec, f"g{round_no}-{n}", Identity("roster_id", f"R{round_no}"), answered_at=at(m))
+                for n, m in enumerate(minutes)
+            ]
+            receipts = await asyncio.gather(
+                *(
+                    group.run(functools.partial(_ingest_alone, item=item), together=kind, payload=item)
+                    if n % 3
+                    else group.run(functools.partial(_ingest_alone, item=item))
+                    for n, item in enumerate(items)
+                )
+            )
+            assert len({r.submission_id for r in receipts}) == len(items)  # none lost, none merged
+            earliest = min(range(len(items)), key=lambda n: minutes[n])
+            counted = count(
+                branch_store,
+                "SELECT count(*) FROM ballot b JOIN submission s ON s.id = b.submission_id "
+                "WHERE b.campaign_id = :c AND s.external_id LIKE :round AND b.status = 'counted'",
+                c=campaign_id,
+                round=f"g{round_no}-%",
+            )
+            assert counted == 1, round_no
+            winner = count(
+                branch_store,
+                "SELECT count(*) FROM ballot b JOIN submission s ON s.id = b.submission_id "
+                "WHERE s.external_id = :ref AND b.status = 'counted'",
+                ref=f"g{round_no}-{earliest}",
+            )
+            assert winner == 1, round_no
+    finally:
+        group.close()
+    assert group.stats.requests == 8 * 40
