@@ -200,9 +200,8 @@ def _execute(
             status, payload = _receipt_response(ingest_in(connection, store, item), code)
         text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
         if idempotency_key is not None:
-            idempotency.keep(
-                connection, key_id, idempotency_key, idempotency.StoredResponse(body_sha, status, text)
-            )
+            kept = idempotency.StoredResponse(body_sha, status, text)
+            idempotency.keep_many(connection, [(key_id, idempotency_key, kept)])
     return status, text, False
 
 

@@ -55,27 +55,12 @@ def find_many(connection: Connection, keys: list[tuple[int, str]]) -> dict[tuple
     }
 
 
-def keep(connection: Connection, api_key_id: int, key: str, response: StoredResponse) -> None:
-    """
-    Keep a response. A concurrent request with the same key that committed first makes this
-    raise IntegrityError (uq_idempotency_key): the caller rolls back and runs again, and then
-    find() returns the winner's response, so both callers see one answer.
-    """
-    connection.execute(
-        _KEEP,
-        {
-            "api_key_id": api_key_id,
-            "key": key,
-            "body_sha256": response.body_sha256,
-            "status_code": response.status_code,
-            "response_body": response.body,
-            "created_at": utcnow(),
-        },
-    )
-
-
 def keep_many(connection: Connection, kept: list[tuple[int, str, StoredResponse]]) -> None:
-    """keep() for many responses in one statement (same IntegrityError on a lost race)."""
+    """
+    Keep responses, in one statement. A concurrent request with the same key that committed
+    first makes this raise IntegrityError (uq_idempotency_key): the caller rolls back and runs
+    again, and then find() returns the winner's response, so both callers see one answer.
+    """
     if not kept:
         return
     now = utcnow()
