@@ -149,6 +149,10 @@ class GroupWriter:
             return cls(store, threads=1, max_batch=MAX_BATCH)
         return cls(store, threads=PG_WRITERS, max_batch=1)
 
+    @property
+    def threads(self) -> int:
+        return len(self._threads)
+
     def waiting(self) -> int:
         """Requests queued and not yet taken into a batch."""
         return self._queue.qsize()

@@ -60,10 +60,11 @@ from collect.channels.window import (
 )
 from collect.dedupe.keys import keyed_hash
 from collect.dedupe.review import Finding, file_findings
-from collect.ingest import Item, as_utc, ingest_in
+from collect.ingest import Item, as_utc, ingest_in, ingest_stream
 from collect.phones import normalise_phone
 from collect.store import Store
 from collect.store.campaigns import LoadedCampaign, load_campaign
+from collect.store.group_commit import Together
 from collect.store.tables import (
     AUDIT,
     BALLOT,
@@ -402,10 +403,54 @@ def _ingest(store: Store, item: Item) -> Receipt:
         return ingest_in(connection, store, item)
 
 
+_Call = tuple[CampaignSpec, Item, WindowForm, RatingFacts]
+
+
+def _take_many(store: Store, calls: list[_Call]) -> list[Taken]:
+    """
+    take() for many waiting ratings at once: their ballots through one ingest_stream(), then
+    each one's follow-up in order. The same as one by one, because two ratings of one voter
+    never share a call (see _voter) and a follow-up changes only its own rating's rows and
+    the burst findings, which it reads in order as one by one would.
+    """
+    receipts: dict[int, Receipt] = {}
+
+    def receipt_in(item: Item, receipt: Receipt) -> None:
+        receipts[id(item)] = receipt
+
+    with store.engine.connect() as connection:
+        ingest_stream(store, [item for _spec, item, _raw, _facts in calls], receipt_in, connection=connection)
+        return [
+            _follow_up(connection, spec, item, raw, facts, receipts[id(item)])
+            for spec, item, raw, facts in calls
+        ]
+
+
+def _voter(call: _Call) -> tuple[str, str, str] | None:
+    item = call[1]
+    if not isinstance(item, BallotSubmission) or item.identity is None:
+        return None
+    return (item.campaign, item.identity.kind, item.identity.value)
+
+
+TOGETHER = Together("window ratings", _take_many, key=_voter)
+
+
 def _take(
     connection: Connection, store: Store, spec: CampaignSpec, item: Item, raw: WindowForm, facts: RatingFacts
 ) -> Taken:
-    receipt = ingest_in(connection, store, item)
+    return _follow_up(connection, spec, item, raw, facts, ingest_in(connection, store, item))
+
+
+def _follow_up(
+    connection: Connection,
+    spec: CampaignSpec,
+    item: Item,
+    raw: WindowForm,
+    facts: RatingFacts,
+    receipt: Receipt,
+) -> Taken:
+    """What a watched rating adds after its ballot: the rating log, burst findings, a case."""
     if receipt.outcome in ("rejected", "conflict") or not isinstance(item, BallotSubmission):
         return Taken(receipt, None, None)
     unit_status = receipt.units[0].status if receipt.units else None
@@ -999,7 +1044,7 @@ async def _post(
         if recent + 1 >= st.config.burst_count:
             raw = replace(raw, flag=BURST_REASON)
     item = next(WindowAdapter().parse(raw, spec))
-    taken = await ctx.commit(take, spec, item, raw, facts)
+    taken = await ctx.commit_together(TOGETHER, take, spec, item, raw, facts)
     receipt = taken.receipt
     if receipt.outcome == "conflict":
         return _message(page, "conflict", where)

@@ -5,15 +5,19 @@ one rating per device per window per day, rate limits, bursts held for review, c
 
 from __future__ import annotations
 
+import asyncio
 import re
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import sqlalchemy as sa
+from asgi_lifespan import LifespanManager
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
@@ -480,3 +484,69 @@ def test_no_address_or_cookie_is_kept(wenv: WinEnv, phone: TestClient) -> None:
     assert "203.0.113" not in text
     for value in cookies:
         assert value[:20] not in text
+
+
+async def test_ratings_written_together_are_as_one_by_one(wenv: WinEnv) -> None:
+    """
+    Ratings from many phones reach the writer at once (parked behind a gate, so they are one
+    batch) and are written together: each still gets its own page, a second rating from one
+    phone is a duplicate, a low rating opens its case.
+    """
+    path = f"/w/{wenv.posters['SB-01'].code}"
+    levels = ["very_satisfied"] * 6 + ["very_dissatisfied"] + ["satisfied"] * 5
+    loop = asyncio.get_running_loop()
+    release = asyncio.Event()
+    parked_threads = threading.Semaphore(0)
+
+    def gate(_store: Store) -> None:
+        parked_threads.release()
+        asyncio.run_coroutine_threadsafe(release.wait(), loop).result(30)
+
+    async with LifespanManager(wenv.app) as manager:
+        phones = [
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=manager.app, client=(f"198.51.{n}.7", 4000)),
+                base_url="https://testserver",
+            )
+            for n in range(len(levels))
+        ]
+        try:
+            tokens = [csrf_of((await phone.get(path)).text) for phone in phones]
+            second_form = csrf_of((await phones[0].get(path)).text)  # a second tab on the first phone
+            writer = wenv.app.state.web.writer
+            # Every writer thread parked (PostgreSQL has several), so nothing is taken early.
+            parked = [asyncio.ensure_future(writer.run(gate)) for _thread in range(writer.threads)]
+            for _thread in range(writer.threads):
+                assert await asyncio.to_thread(parked_threads.acquire, True, 30)
+            posts = [
+                asyncio.ensure_future(phone.post(path, data={"csrf": token, FIELD: level}))
+                for phone, token, level in zip(phones, tokens, levels, strict=True)
+            ]
+            # The first phone rates the same window twice in the same instant.
+            posts.append(
+                asyncio.ensure_future(phones[0].post(path, data={"csrf": second_form, FIELD: "satisfied"}))
+            )
+            for _tick in range(300):
+                if writer.waiting() == len(posts):
+                    break
+                await asyncio.sleep(0.02)
+            assert writer.waiting() == len(posts)
+            release.set()
+            await asyncio.gather(*parked)
+            answers = await asyncio.gather(*posts)
+        finally:
+            for phone in phones:
+                await phone.aclose()
+    if wenv.store.settings.is_sqlite:
+        assert writer.stats.together >= len(levels)  # written together, not one by one
+    else:
+        assert writer.stats.alone == len(posts) + writer.threads  # PostgreSQL: a transaction each
+    assert writer.stats.one_by_one == 0
+    assert [a.status_code for a in answers[1:-1]] == [200] * (len(levels) - 1)
+    # The first phone's two ratings: whichever the writer took second is the duplicate.
+    assert sorted([answers[0].status_code, answers[-1].status_code]) == [200, 409]
+    statuses = sorted(b.status for b in ballots(wenv.store))
+    assert statuses == ["counted"] * len(levels) + ["duplicate"]
+    with wenv.store.engine.connect() as connection:
+        (case_level,) = connection.execute(sa.select(WINDOW_CASE.c.level_code)).scalars()
+    assert case_level == "very_dissatisfied"
