@@ -131,7 +131,14 @@ class AdminView:
     def may(self, role: Role) -> bool:
         return ROLE_RANK[self.account.role] >= ROLE_RANK[role]
 
-    def render(self, template: str, values: Mapping[str, Any], *, status: int = 200) -> Response:
+    def render(
+        self,
+        template: str,
+        values: Mapping[str, Any],
+        *,
+        status: int = 200,
+        headers: Mapping[str, str] | None = None,
+    ) -> Response:
         menu = [p for p in sorted(REGISTRY.values(), key=lambda p: p.path) if p.nav and self.may(p.min_role)]
         title = values.get("title") or (self.gettext(self.page.title) if self.page is not None else "")
         full = {
@@ -142,7 +149,7 @@ class AdminView:
             **values,
             "title": title,
         }
-        response = self.html.render(template, full, status=status)
+        response = self.html.render(template, full, status=status, headers=headers)
         web(self.request).csrf.set_cookie(response, self._csrf)
         return response
 
