@@ -299,6 +299,7 @@ def main() -> None:
 
         results: list[Result] = []
         extra: str | None = None
+
         def healthz(slot: int, n: int) -> tuple[str, str, dict[str, str], bytes]:
             return "GET", "/healthz", {}, b""
 
