@@ -84,7 +84,7 @@ def run_raw(rows: int, workdir: Path) -> float:
 
 def run_one(rows: int, workdir: Path) -> dict[str, float]:
     from collect.campaign import load_campaign_file
-    from collect.cli.imports import import_calls, read_profile
+    from collect.imports import import_calls, read_profile
     from collect.settings import Settings
     from collect.store import Store
     from collect.store.campaigns import save_campaign

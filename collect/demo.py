@@ -240,7 +240,7 @@ def _phone_survey(
     sampled); a number nobody answered is quarantined with its reason.
     """
     from collect.channels.calls import load_profile_text
-    from collect.cli.imports import import_calls
+    from collect.imports import import_calls
 
     profile = load_profile_text(PHONE_PROFILE.read_text(encoding="utf-8"), str(PHONE_PROFILE))
     names = {"S01": "城东所", "S02": "城西所", "S03": "城南所", "S04": "城北所"}

@@ -162,6 +162,26 @@ def refuse(request: Request, status: int, kind: str, account: Account | None = N
     return Page(request).render("admin/refused.html", {**values, "account": None}, status=status)
 
 
+async def _handle(request: Request, view: AdminView, page: AdminPage, account: Account) -> Response:
+    """Read and check the POSTed form (CSRF first), then the page."""
+    if request.method not in ("GET", "HEAD"):
+        ctx = web(request)
+        try:
+            if page.uploads:
+                view.files = await request.form(
+                    max_files=20, max_fields=1000, max_part_size=page.max_body or 1 << 20
+                )
+                form = {k: v for k, v in view.files.multi_items() if isinstance(v, str)}
+            else:
+                form = await read_form(request)
+        except BadForm:
+            return refuse(request, 400, "csrf", account)
+        if ctx.csrf.verify(request, form, CSRF_PURPOSE, CSRF_MAX_AGE) is None:
+            return refuse(request, 403, "csrf", account)
+        view.form = form
+    return await page.handler(request, view)
+
+
 def guarded(page: AdminPage) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         account = await current_account(request)
@@ -173,22 +193,11 @@ def guarded(page: AdminPage) -> Callable[[Request], Awaitable[Response]]:
         if ROLE_RANK[account.role] < ROLE_RANK[page.min_role]:
             return refuse(request, 403, "role", account)
         view = AdminView(request, account, page)
-        if request.method not in ("GET", "HEAD"):
-            ctx = web(request)
-            try:
-                if page.uploads:
-                    view.files = await request.form(
-                        max_files=20, max_fields=1000, max_part_size=page.max_body or 1 << 20
-                    )
-                    form = {k: v for k, v in view.files.multi_items() if isinstance(v, str)}
-                else:
-                    form = await read_form(request)
-            except BadForm:
-                return refuse(request, 400, "csrf", account)
-            if ctx.csrf.verify(request, form, CSRF_PURPOSE, CSRF_MAX_AGE) is None:
-                return refuse(request, 403, "csrf", account)
-            view.form = form
-        return await page.handler(request, view)
+        try:
+            return await _handle(request, view, page, account)
+        finally:
+            if view.files is not None:
+                await view.files.close()  # uploads spooled to disk are removed now, not at exit
 
     endpoint.__name__ = page.handler.__name__
     return endpoint
