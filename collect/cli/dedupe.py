@@ -324,6 +324,7 @@ def dedupe_scan(
     summary = {
         "campaign": campaign,
         "forms": result.forms,
+        "serialed_forms_skipped": result.serialed_skipped,
         "distinct_vectors": result.distinct_vectors,
         "positions": result.positions,
         "alpha": result.alpha,
@@ -345,6 +346,10 @@ def dedupe_scan(
     if as_json:
         _json(summary)
         return
+    if result.serialed_skipped:
+        out.print(
+            f"{result.serialed_skipped:,} serialed forms left to the issuance ledger (collect paper ledger)"
+        )
     out.print(
         f"{result.forms:,} forms, {result.distinct_vectors:,} distinct answer vectors over "
         f"{result.positions} questions; threshold p < {alpha:g} / 10^{result.log10_vectors_tested:.1f} "

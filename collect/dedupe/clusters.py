@@ -58,6 +58,7 @@ class ScanResult:
     log10_threshold: float
     clusters: tuple[Cluster, ...]
     new_items: int
+    serialed_skipped: int = 0  # serialed paper forms left to the issuance ledger
 
     @property
     def flagged_forms(self) -> int:
@@ -254,7 +255,13 @@ def scan(
         raise ValueError("alpha must lie strictly between 0 and 1")
     with store.engine.connect() as connection:
         campaign_id = campaign_id_of(connection, campaign)
-    table, totals = find_clusters(answers_frame(store, campaign_id, channels), alpha=alpha)
+    frame = answers_frame(store, campaign_id, channels)
+    # A form with a serial is the issuance ledger's business (collect.paper.entry): a second use
+    # of its serial is what betrays a copy. Identical answers on serialed forms are not evidence.
+    serialed = pl.col("meta").str.json_path_match("$.serialed").fill_null("") == "true"
+    skipped = frame.filter(serialed).select(pl.col("submission_id").n_unique()).collect().item()
+    table, totals = find_clusters(frame.filter(~serialed), alpha=alpha)
+    totals["serialed_forms_skipped"] = int(skipped)
     clusters: list[Cluster] = []
     for row in table.filter(pl.col("flagged")).iter_rows(named=True):  # flagged vectors: few
         distribution: dict[str, int] = {}
@@ -295,6 +302,7 @@ def scan(
         log10_threshold=log10_threshold,
         clusters=tuple(clusters),
         new_items=new_items,
+        serialed_skipped=int(totals.get("serialed_forms_skipped", 0)),
     )
 
 

@@ -24,11 +24,27 @@ from collect.store.tables import BALLOT, RESPONDENT, REVIEW_ITEM, SAMPLE_DRAW, S
 BALLOT_STATUSES = ("counted", "superseded", "duplicate", "invalid", "pending_review")
 SUBMISSION_STATUSES = ("accepted", "rejected", "conflict")
 
-# How reasons read in the table (the JSON keeps the codes).
+# How reasons read in the table (the JSON keeps the codes). Every reason a ballot or a paper
+# form can be set aside for has one (tests/dedupe/test_report_labels.py finds them in the code).
 LABELS = {
+    # photocopies and forgeries (dedupe, paper serials, window bursts)
     "identical_answers": "photocopies: identical answers",
     "serial_reused": "photocopies: serial used again",
+    "serial_reused_different_answers": "serial used again with other answers",
     "serial_unknown": "forged: serial never issued",
+    "signature_mismatch": "forged: signature does not fit the serial",
+    "serial_mistyped": "serial one slip from an issued one",
+    "signature_mistyped": "signature one symbol off",
+    "serial_missing": "no serial on a serialed form",
+    "serial_malformed": "not a serial",
+    "window_burst": "burst of top ratings at one window",
+    # keying (double entry)
+    "form_number_missing": "double entry: no receipt number",
+    "already_entered_by_clerk": "double entry: same clerk twice",
+    "form_already_settled": "double entry: form already taken in",
+    "disagreement": "double entry: clerks disagree",
+    "awaiting": "double entry: waiting for the second clerk",
+    # the one-vote rule and sampling
     "not_sampled": "not sampled",
     "earlier_answer_counts": "superseded: earlier answer counts",
     "later_answer_counts": "superseded: later answer counts",

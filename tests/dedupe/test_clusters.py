@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
+from dataclasses import replace
 
 import polars as pl
 import pytest
@@ -19,7 +20,7 @@ from collect.dedupe.review import list_items
 from collect.ingest import ingest_batch
 from collect.store import Store
 from tests.cli.helpers import invoke
-from tests.dedupe.helpers import UNITS, answers_frame, paper_submission, synthetic_forms
+from tests.dedupe.helpers import UNITS, Form, answers_frame, paper_submission, synthetic_forms
 from tests.store.factories import campaign_spec, save
 
 SOURCE_FORMS = 11_436
@@ -129,3 +130,28 @@ def _external_id(store: Store, submission_id: int | None) -> str:
                 sa.select(SUBMISSION.c.external_id).where(SUBMISSION.c.id == submission_id)
             ).scalar_one()
         )
+
+
+def test_the_scan_leaves_serialed_forms_to_the_ledger(store: Store, branch_spec: CampaignSpec) -> None:
+    """
+    Thirty serialed forms with one identical answer vector are not a cluster: a copy of a
+    serialed form shows as a serial used twice. The unserialed forms are still scanned.
+    """
+    spec = campaign_spec(branch_spec, open_tier=True)
+    save(store, spec)
+    forms = synthetic_forms(400, [30], seed=11)
+    alike = Form("serialed", ("dissatisfied",) * len(UNITS), "单位")
+    items = [paper_submission(spec, form, i) for i, form in enumerate(forms)]
+    for n in range(30):
+        item = paper_submission(spec, replace(alike, ref=f"serialed-{n}"), 500 + n)
+        items.append(
+            replace(item, meta={"distribution": "单位", "serialed": True, "serial": f"P-{n:05d}-00"})
+        )
+    ingest_batch(store, items)
+    summary = json.loads(invoke(["dedupe", "scan", spec.code, "--json"], url=store.url).stdout)
+    assert [c["observed"] for c in summary["clusters"]] == [31]
+    assert summary["serialed_forms_skipped"] == 30
+    assert summary["forms"] == 400
+    # The one cluster is the planted newspaper one, not the serialed vector.
+    assert "newspaper" in summary["clusters"][0]["by_distribution"]
+    assert "单位" not in summary["clusters"][0]["by_distribution"]
