@@ -33,7 +33,7 @@ from starlette.routing import BaseRoute, Route
 from collect.web.admin.auth import login, logout
 from collect.web.admin.pages import PREFIX, REGISTRY, guarded
 
-PAGE_MODULES = ("dashboard", "cases", "paper", "imports")
+PAGE_MODULES = ("dashboard", "cases", "paper", "imports", "review")
 
 
 def routes() -> list[BaseRoute]:
