@@ -28,6 +28,8 @@ class Settings(BaseSettings):
     public_url: str = "http://127.0.0.1:8000"
     lang: Literal["zh-CN", "en"] = "zh-CN"
     log_level: str = "INFO"
+    # Required as `Authorization: Bearer …` on GET /metrics when set.
+    metrics_token: SecretStr | None = None
     # SQLite durability: NORMAL survives a process crash; FULL also a power loss, at a write cost.
     sqlite_synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
     twilio_account_sid: str | None = Field(

@@ -29,7 +29,10 @@ case "$cmd" in
     fi
     # The one-shot migration job.
     collect db upgrade
-    # The app: uvicorn with several workers, detached; logs to a file.
+    # The app: uvicorn with several workers, detached; logs to a file. The workers share their
+    # /metrics timings through this directory, emptied at each start (prometheus_client).
+    export PROMETHEUS_MULTIPROC_DIR="$run_dir/metrics"
+    rm -rf "$PROMETHEUS_MULTIPROC_DIR" && mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
     nohup collect serve --host 127.0.0.1 --port "$port" --workers "$workers" --proxy-headers \
       >>"$log_file" 2>&1 &
     echo $! > "$pid_file"

@@ -34,8 +34,9 @@ import contextlib
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -81,6 +82,7 @@ class _Job:
     future: asyncio.Future[Any]
     together: Together | None = None
     payload: Any = None
+    queued: float = field(default_factory=time.perf_counter)
 
 
 @dataclass(slots=True)
@@ -110,8 +112,17 @@ class GroupWriter:
     result once the batch has committed.
     """
 
-    def __init__(self, store: Store, *, threads: int = 1, max_batch: int = MAX_BATCH) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        threads: int = 1,
+        max_batch: int = MAX_BATCH,
+        on_written: Callable[[float], None] | None = None,
+    ) -> None:
+        """`on_written(seconds)`: each request's time from queued to committed (for /metrics)."""
         self.store = store
+        self.on_written = on_written
         self.max_batch = max_batch
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._threads = [
@@ -143,11 +154,11 @@ class GroupWriter:
         return await future
 
     @classmethod
-    def for_store(cls, store: Store) -> GroupWriter:
+    def for_store(cls, store: Store, *, on_written: Callable[[float], None] | None = None) -> GroupWriter:
         """The writer shaped for the store's database (see the module's docstring)."""
         if store.settings.is_sqlite:
-            return cls(store, threads=1, max_batch=MAX_BATCH)
-        return cls(store, threads=PG_WRITERS, max_batch=1)
+            return cls(store, threads=1, max_batch=MAX_BATCH, on_written=on_written)
+        return cls(store, threads=PG_WRITERS, max_batch=1, on_written=on_written)
 
     @property
     def threads(self) -> int:
@@ -205,7 +216,10 @@ class GroupWriter:
             for job in batch:
                 self._commit([job])
             return
+        done = time.perf_counter()
         for job, outcome in zip(batch, outcomes, strict=True):
+            if self.on_written is not None:
+                self.on_written(done - job.queued)
             _deliver(job, outcome)
 
     def _write(self, batch: list[_Job]) -> list[_Outcome]:

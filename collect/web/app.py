@@ -26,10 +26,11 @@ from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.routing import Mount
 
+from collect.metrics import WRITE_SECONDS, registry_for
 from collect.settings import Settings
 from collect.store import Store
 from collect.store.group_commit import GroupWriter
-from collect.web import admin, api, ballot, health, sms, window
+from collect.web import admin, api, ballot, health, metrics, sms, window
 from collect.web.context import TEMPLATES, WebContext, utc_now
 from collect.web.errors import http_exception, server_error
 from collect.web.i18n import load_translations
@@ -83,8 +84,9 @@ def create_app(
         # A second lifespan of the same app (two test clients at once) shares the first's writer.
         own_writer = context.writer is None
         if own_writer:
-            context.writer = GroupWriter.for_store(context.store)
+            context.writer = GroupWriter.for_store(context.store, on_written=WRITE_SECONDS.observe)
         app.state.store = context.store
+        app.state.metrics = registry_for(context.store)
         try:
             yield
         finally:
@@ -111,7 +113,15 @@ def create_app(
         ],
     )
     app = Starlette(
-        routes=[*health.routes, *ballot.routes, *api.routes, *sms.routes, *window.routes, admin_mount],
+        routes=[
+            *health.routes,
+            *metrics.routes,
+            *ballot.routes,
+            *api.routes,
+            *sms.routes,
+            *window.routes,
+            admin_mount,
+        ],
         middleware=[
             Middleware(SecurityHeaders, style_hashes=(csp_hash(css),), https=https),
             Middleware(BodyLimit),
