@@ -28,6 +28,8 @@ class Settings(BaseSettings):
     public_url: str = "http://127.0.0.1:8000"
     lang: Literal["zh-CN", "en"] = "zh-CN"
     log_level: str = "INFO"
+    # json (one object per line, for a log shipper) or text; unset: text at a terminal, else json.
+    log_format: Literal["json", "text"] | None = None
     # Required as `Authorization: Bearer …` on GET /metrics when set.
     metrics_token: SecretStr | None = None
     # SQLite durability: NORMAL survives a process crash; FULL also a power loss, at a write cost.

@@ -45,10 +45,18 @@ def demo(app: AppContext, serve: bool, host: str, port: int) -> None:
         return
     import uvicorn
 
+    from collect.logs import default_format, logging_config
     from collect.web.app import create_app
 
     out.print(
         f"serving http://{host}:{port}/  (ballot links: "
         "`collect tokens issue branch-2026 --out links.csv`; Ctrl-C stops)"
     )
-    uvicorn.run(create_app(settings, store), host=host, port=port, log_level="warning")
+    uvicorn.run(
+        create_app(settings, store),
+        host=host,
+        port=port,
+        log_level="warning",
+        log_config=logging_config("WARNING", settings.log_format or default_format()),
+        access_log=False,
+    )

@@ -7,6 +7,7 @@ import uvicorn
 
 from collect.cli import cli, pass_app
 from collect.cli.context import AppContext
+from collect.logs import default_format, logging_config
 
 
 @cli.command()
@@ -52,6 +53,9 @@ def serve(
         "forwarded_allow_ips": forwarded_allow_ips,
         "server_header": False,
         "log_level": settings.log_level.lower(),
+        # Our JSON lines with request ids; uvicorn's access log (raw paths, tokens) stays off.
+        "log_config": logging_config(settings.log_level, settings.log_format or default_format()),
+        "access_log": False,
         "timeout_keep_alive": 5,
     }
     if workers > 1:

@@ -28,7 +28,10 @@ class DatabaseUnreachable(RuntimeError):
 
 def make_engine(url: str, *, synchronous: str = "NORMAL", pool_size: int = 10) -> Engine:
     if url.startswith("sqlite"):
-        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        # hide_parameters: bound values (contacts, keyed hashes) never reach logs or error messages.
+        engine = sa.create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": 30}, hide_parameters=True
+        )
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -50,7 +53,9 @@ def make_engine(url: str, *, synchronous: str = "NORMAL", pool_size: int = 10) -
                 connection.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    return sa.create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    return sa.create_engine(
+        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, hide_parameters=True
+    )
 
 
 # One lock per SQLite file in this process. SQLite admits one writer at a time anyway; queueing

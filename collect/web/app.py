@@ -26,6 +26,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.routing import Mount
 
+from collect.logs import RequestLog
 from collect.metrics import WRITE_SECONDS, registry_for
 from collect.settings import Settings
 from collect.store import Store
@@ -123,6 +124,7 @@ def create_app(
             admin_mount,
         ],
         middleware=[
+            Middleware(RequestLog),
             Middleware(SecurityHeaders, style_hashes=(csp_hash(css),), https=https),
             Middleware(BodyLimit),
         ],
