@@ -54,8 +54,11 @@ def hello_app() -> Starlette:
     return Starlette(routes=[Route("/", hello)])
 
 
-def prepare(directory: Path, keys: int) -> tuple[dict[str, str], str, list[str]]:
-    """A migrated SQLite file with a campaign open now (with an open tier), and API keys."""
+def prepare(directory: Path, keys: int, url: str | None = None) -> tuple[dict[str, str], str, list[str]]:
+    """
+    A migrated database (a SQLite file, or `url`: an empty PostgreSQL database) with a campaign
+    open now (with an open tier), and API keys.
+    """
     from collect.access import create_api_key
     from collect.campaign import CampaignSpec, load_campaign_file
     from collect.settings import Settings
@@ -63,7 +66,7 @@ def prepare(directory: Path, keys: int) -> tuple[dict[str, str], str, list[str]]
     from collect.store.campaigns import save_campaign
     from collect.store.migrate import upgrade
 
-    url = f"sqlite:///{directory / 'bench.db'}"
+    url = url or f"sqlite:///{directory / 'bench.db'}"
     upgrade(url)
     env = {
         "COLLECT_DATABASE_URL": url,
@@ -96,9 +99,9 @@ def free_port() -> int:
 
 
 class Server:
-    """uvicorn in a subprocess on loopback, one worker; stopped on exit."""
+    """uvicorn in a subprocess on loopback (one worker unless told); stopped on exit."""
 
-    def __init__(self, target: str, env: dict[str, str]) -> None:
+    def __init__(self, target: str, env: dict[str, str], workers: int = 1) -> None:
         self.port = free_port()
         self.process = subprocess.Popen(
             [
@@ -112,7 +115,7 @@ class Server:
                 "--port",
                 str(self.port),
                 "--workers",
-                "1",
+                str(workers),
                 "--no-access-log",
                 "--log-level",
                 "warning",
@@ -266,12 +269,17 @@ def main() -> None:
     parser.add_argument(
         "--wrk", action="store_true", help="also measure the hello route with wrk, if installed"
     )
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn workers for both servers")
+    parser.add_argument(
+        "--database-url",
+        help="an empty PostgreSQL database (postgresql+psycopg://…) instead of a SQLite file",
+    )
     args = parser.parse_args()
     if not 1 <= args.connections <= 1000 or not 1 <= args.requests <= 100_000:
         parser.error("keep --connections within 1–1000 and --requests within 1–100000")
 
     with tempfile.TemporaryDirectory(prefix="collect-bench-") as tmp:
-        env, _first_unit, keys = prepare(Path(tmp), args.connections)
+        env, _first_unit, keys = prepare(Path(tmp), args.connections, args.database_url)
         from collect.campaign import load_campaign_file
 
         units = [u.code for u in load_campaign_file(str(ROOT / "collect/examples/branch-office.toml")).units][
@@ -310,7 +318,7 @@ def main() -> None:
             ("GET /healthz (no database)", "collect.web.app:app_from_env", "/healthz", healthz),
             ("POST /api/v1/ballots", "collect.web.app:app_from_env", "/healthz", ballot),
         ):
-            server = Server(target, env)
+            server = Server(target, env, args.workers)
             try:
                 server.wait_ready(ready)
                 warm = min(500, args.requests // 4)
@@ -326,7 +334,9 @@ def main() -> None:
                 server.stop()
 
     print(
-        f"uvicorn, 1 worker, SQLite file, loopback; {args.connections} connections; asyncio client; "
+        f"uvicorn, {args.workers} worker(s), {'PostgreSQL' if args.database_url else 'SQLite file'}, "
+        "loopback; "
+        f"{args.connections} connections; asyncio client; "
         f"{args.units} unit(s) per ballot"
     )
     for result in results:
